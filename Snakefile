@@ -1,0 +1,24 @@
+# knowledge-region: where finetuned language models live in weight space (Gueta et al. 2023).
+# Table of contents only: each stage lives in rules/<stage>.smk and calls one workflow_scripts module.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# A --configfile on the command line replaces the default study instead of being merged into it
+# (Snakemake would otherwise merge dataset tables, mixing two studies).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/sources.smk"
+include: "rules/finetune.smk"
+include: "rules/weights.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True
