@@ -1,7 +1,6 @@
 """Tokenising, dynamic-padding batches and evaluation of a classification model on a split."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -98,9 +97,3 @@ def majority_accuracy(train_labels: np.ndarray, eval_labels: np.ndarray) -> floa
     """Accuracy of always predicting the most frequent training label: the baseline to beat."""
     majority = np.bincount(train_labels).argmax()
     return float(np.mean(eval_labels == majority))
-
-
-def steps_for(n_examples: int, batch_size: int, steps: int | None, epochs: float | None) -> int:
-    if steps:
-        return int(steps)
-    return max(1, math.ceil(float(epochs) * n_examples / batch_size))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -21,7 +22,7 @@ import pandas as pd
 import torch
 
 from .devices import autocast, configure_threads, resolve_device, resolve_precision, seed_everything
-from .evaluation import collate, encode, evaluate, majority_accuracy, read_split, steps_for
+from .evaluation import collate, encode, evaluate, majority_accuracy, read_split
 from .io import InputError, atomic_path, read_json, run_cli, write_json, write_parquet
 from .models import load_classifier
 
@@ -40,6 +41,12 @@ DEFAULTS = {
     "device": "auto",
     "precision": "auto",
 }
+
+
+def steps_for(n_examples: int, batch_size: int, steps: int | None, epochs: float | None) -> int:
+    if steps:
+        return int(steps)
+    return max(1, math.ceil(float(epochs) * n_examples / batch_size))
 
 
 def _param_groups(model, weight_decay: float):
