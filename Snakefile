@@ -16,6 +16,7 @@ include: "rules/common.smk"
 include: "rules/sources.smk"
 include: "rules/finetune.smk"
 include: "rules/weights.smk"
+include: "rules/geometry.smk"
 
 
 rule all:

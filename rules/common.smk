@@ -31,10 +31,19 @@ BASE_FILES = [
 ]
 DATASET_FILES = ("train.parquet", "validation.parquet", "test.parquet", "meta.json")
 
+# Gram blocks: models in config order, `geometry.block_size` per block; one job per block pair.
+_B = config["geometry"]["block_size"]
+BLOCKS = [MODEL_IDS[i : i + _B] for i in range(0, len(MODEL_IDS), _B)]
+BLOCK_PAIRS = [(i, j) for i in range(len(BLOCKS)) for j in range(i, len(BLOCKS))]
+# Content-keyed dot products of the last run, read by the blocks so that only new pairs are computed.
+GRAM_CACHE = "results/geometry/gram_cache.parquet"
+
 
 wildcard_constraints:
     dataset="|".join(DATASETS) or "(?!)",
     seed=r"\d+",
+    i=r"\d+",
+    j=r"\d+",
     package=r"[A-Za-z0-9][A-Za-z0-9._-]*",
 
 
@@ -98,10 +107,16 @@ def base_model_inputs(wildcards):
     return []
 
 
+def vector_files(model_ids):
+    return [f"results/weights/{m}.{ext}" for m in model_ids for ext in ("npy", "json")]
+
+
 def all_targets():
     return [
         "results/models/metrics.parquet",
         "results/weights/manifest.json",
         "results/weights/pretrained.npy",
-        *[f"results/weights/{m}.npy" for m in MODEL_IDS],
+        *vector_files(MODEL_IDS),
+        "results/geometry/summary.parquet",
+        "results/geometry/figures/pca.png",
     ]

@@ -1,4 +1,5 @@
-# Stage "weights": every model's body as one float32 vector, in the manifest's parameter order.
+# Stage "weights": every model's body as one float32 vector, in the manifest's parameter order,
+# with a sidecar JSON (model id, dataset, task, seed, sha256 of the vector) that later stages key on.
 
 
 rule flatten_pretrained:
@@ -7,6 +8,7 @@ rule flatten_pretrained:
         code=code("weights"),
     output:
         vector="results/weights/pretrained.npy",
+        info="results/weights/pretrained.json",
         manifest="results/weights/manifest.json",
     params:
         base_dir=lambda w, input: os.path.dirname(input.base[0]),
@@ -23,13 +25,16 @@ rule flatten_model:
         manifest="results/weights/manifest.json",
         code=code("weights"),
     output:
-        "results/weights/{dataset}-s{seed}.npy",
+        vector="results/weights/{dataset}-s{seed}.npy",
+        info="results/weights/{dataset}-s{seed}.json",
     params:
         model_dir=lambda w, input: os.path.dirname(input.weights),
+        task=lambda w: config["datasets"][w.dataset]["task"],
     log:
         "logs/weights/{dataset}-s{seed}.log",
     benchmark:
         "logs/benchmarks/flatten_model/{dataset}-s{seed}.tsv"
     shell:
         "python -m workflow_scripts.weights model --model-dir {params.model_dir} --manifest {input.manifest} "
-        "--out {output} > {log} 2>&1"
+        "--out {output.vector} --model-id {wildcards.dataset}-s{wildcards.seed} --dataset {wildcards.dataset} "
+        "--task {params.task} --seed {wildcards.seed} > {log} 2>&1"

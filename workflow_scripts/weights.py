@@ -7,6 +7,7 @@ model of one base shares one layout.
 CLI:
   python -m workflow_scripts.weights pretrained --base-dir DIR --out VECTOR.npy --manifest MANIFEST.json
   python -m workflow_scripts.weights model --model-dir DIR --manifest MANIFEST.json --out VECTOR.npy
+         --model-id ID --dataset NAME --task TASK --seed N
 """
 from __future__ import annotations
 
@@ -100,10 +101,18 @@ def unflatten_into(model, vector: np.ndarray, manifest: Mapping) -> None:
             target.copy_(chunk.reshape(target.shape).to(dtype=target.dtype, device=target.device))
 
 
-def save_vector(path: str | Path, vector: np.ndarray) -> None:
+def save_vector(path: str | Path, vector: np.ndarray, info: Mapping | None = None) -> dict:
+    """Write the vector and its sidecar `<name>.json` (ids, sha256 of the vector's bytes, size, norm)."""
+    import hashlib
+
+    vector = np.ascontiguousarray(vector, dtype=np.float32)
+    sidecar = {**(info or {}), "sha256": hashlib.sha256(memoryview(vector).cast("B")).hexdigest(),
+               "numel": int(vector.size), "norm": float(np.linalg.norm(vector.astype(np.float64)))}
     with atomic_path(path) as part:
         with open(part, "wb") as handle:
-            np.save(handle, vector.astype(np.float32, copy=False))
+            np.save(handle, vector)
+    write_json(Path(path).with_suffix(".json"), sidecar)
+    return sidecar
 
 
 def load_vector(path: str | Path, manifest: Mapping | None = None) -> np.ndarray:
@@ -122,7 +131,7 @@ def flatten_pretrained(base_dir: str | Path, out: str | Path, manifest_out: str 
     # the same class as the finetuned models, so the body's parameter names and order agree
     model = load_classifier(base_dir, num_labels=2)
     manifest = build_manifest(model, info["name"], info["weights_sha256"])
-    save_vector(out, flatten_model(model, manifest))
+    save_vector(out, flatten_model(model, manifest), {"model_id": "pretrained", "dataset": None, "task": None, "seed": None})
     write_json(manifest_out, manifest)
     print(f"pretrained body: {manifest['total']:,} parameters in {len(manifest['parameters'])} tensors", file=sys.stderr)
     return manifest
@@ -134,16 +143,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-dir")
     parser.add_argument("--model-dir")
     parser.add_argument("--manifest", required=True)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True, help="the .npy vector; its sidecar .json is written beside it")
+    parser.add_argument("--model-id")
+    parser.add_argument("--dataset")
+    parser.add_argument("--task")
+    parser.add_argument("--seed", type=int)
     args = parser.parse_args(argv)
     if args.kind == "pretrained":
         flatten_pretrained(args.base_dir, args.out, args.manifest)
         return
     manifest = read_json(args.manifest)
     vector = flatten_safetensors(Path(args.model_dir) / "model.safetensors", manifest)
-    save_vector(args.out, vector)
-    print(f"{args.model_dir}: body of {vector.size:,} parameters, norm {np.linalg.norm(vector.astype(np.float64)):.4f}",
-          file=sys.stderr)
+    info = save_vector(args.out, vector, {"model_id": args.model_id, "dataset": args.dataset, "task": args.task,
+                                          "seed": args.seed})
+    print(f"{args.model_dir}: body of {vector.size:,} parameters, norm {info['norm']:.4f}", file=sys.stderr)
 
 
 if __name__ == "__main__":
