@@ -31,9 +31,11 @@ BASE_FILES = [
 ]
 DATASET_FILES = ("train.parquet", "validation.parquet", "test.parquet", "meta.json")
 
-# Gram blocks: models in config order, `geometry.block_size` per block; one job per block pair.
+# Gram blocks: models in sorted order (so reordering the config moves nothing), `geometry.block_size`
+# per block; one job per pair of blocks.
 _B = config["geometry"]["block_size"]
-BLOCKS = [MODEL_IDS[i : i + _B] for i in range(0, len(MODEL_IDS), _B)]
+_SORTED = sorted(MODEL_IDS)
+BLOCKS = [_SORTED[i : i + _B] for i in range(0, len(_SORTED), _B)]
 BLOCK_PAIRS = [(i, j) for i in range(len(BLOCKS)) for j in range(i, len(BLOCKS))]
 # Content-keyed dot products of the last run, read by the blocks so that only new pairs are computed.
 GRAM_CACHE = "results/geometry/gram_cache.parquet"

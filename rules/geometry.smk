@@ -5,7 +5,8 @@ rule gram_block:
     input:
         rows=lambda w: vector_files(BLOCKS[int(w.i)]),
         cols=lambda w: vector_files(BLOCKS[int(w.j)]),
-        pretrained=["results/weights/pretrained.npy", "results/weights/pretrained.json"],
+        pretrained_vector="results/weights/pretrained.npy",
+        pretrained="results/weights/pretrained.json",
         code=code("geometry"),
     output:
         "results/geometry/gram/block_{i}_{j}.parquet",
@@ -23,7 +24,7 @@ rule gram_block:
         "logs/benchmarks/gram_block/{i}_{j}.tsv"
     shell:
         "python -m workflow_scripts.geometry block --models {params.rows} --columns {params.cols} "
-        "--pretrained results/weights/pretrained.json --cache {params.cache} "
+        "--pretrained {input.pretrained} --cache {params.cache} "
         "--exact-threshold {params.exact_threshold} --memory-mb {params.memory_mb} --out {output} > {log} 2>&1"
 
 

