@@ -66,10 +66,6 @@ class VectorFile:
         if got != view.nbytes:
             raise InputError(f"{self.path}: short read at element {start}")
 
-    def prefetch(self, start: int, count: int) -> None:
-        """Ask the kernel to start reading a later range now, so many files are read at once."""
-        os.posix_fadvise(self.fd, self.offset + 4 * start, 4 * count, os.POSIX_FADV_WILLNEED)
-
     def evict(self) -> None:
         """Drop this file from the page cache (benchmarks measure cold reads with it); dirty pages are flushed first."""
         os.fsync(self.fd)
@@ -111,8 +107,6 @@ def stream_chunks(files: Sequence[VectorFile], chunk: int,
         width = min(chunk, size - start)
         buf = buffers[slot]
         for row, f in enumerate(files):
-            if start + chunk < size:
-                f.prefetch(start + chunk, chunk)
             f.read(start, buf[row, :width])
         return transform(buf[:, :width], slot) if transform else buf[:, :width]
 
