@@ -1,5 +1,4 @@
 """Config validation: every problem reported at once, each by its dotted key."""
-import copy
 from pathlib import Path
 
 import pytest

@@ -17,7 +17,7 @@ def write_models(folder, vectors, names=None, tasks=None):
     for k, vec in enumerate(vectors):
         name = names[k] if names else f"d{k // 2}-s{k % 2}"
         dataset, seed = name.rsplit("-s", 1)
-        info = save_vector(folder / f"{name}.npy", vec, {"model_id": name, "dataset": dataset,
+        save_vector(folder / f"{name}.npy", vec, {"model_id": name, "dataset": dataset,
                                                         "task": tasks[k] if tasks else f"t{k // 4}", "seed": int(seed)})
         infos.append(geometry.describe(folder / f"{name}.json"))
     return infos
@@ -197,8 +197,14 @@ def test_purity_and_projection_shapes(tmp_path, pretrained):
     table = constructed_table(tmp_path, pretrained)
     proj, stats = projections(matrices(table), seed=0)
     assert set(proj["method"]) == {"pca", "tsne"} and len(proj) == 2 * 10
-    pca = proj[proj["method"] == "pca"]
-    # PCA from the Gram matrix preserves distances to the pretrained body in 2-D up to the lost variance
+    pca = proj[proj["method"] == "pca"].set_index("model_id")
+    # an orthogonal projection never stretches a distance
+    geo = matrices(table)
+    xy = pca.loc[list(geo.models["model_id"]), ["x", "y"]].to_numpy()
+    planar = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    assert (planar <= geo.euclidean + 1e-9).all()
+    to_p = np.linalg.norm(xy - pca.loc["pretrained", ["x", "y"]].to_numpy(dtype=float), axis=1)
+    assert (to_p <= geo.to_pretrained + 1e-9).all()
     assert stats.loc[stats["statistic"] == "explained_variance_1", "value"].iloc[0] > 0.3
 
 

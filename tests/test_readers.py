@@ -1,7 +1,6 @@
 """Readers of raw files, including the quirks of the default study's sources."""
 import bz2
 
-import pandas as pd
 import pytest
 
 from workflow_scripts import readers

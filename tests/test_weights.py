@@ -1,6 +1,4 @@
 """Flattening bodies: fixed order, head excluded, exact round trip, clear layout errors."""
-import json
-
 import numpy as np
 import pytest
 import torch
