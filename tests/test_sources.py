@@ -98,6 +98,13 @@ def test_hub_dataset_loader_on_a_local_fixture(tmp_path):
     assert list(pd.read_parquet(tmp_path / "out" / "train.parquet").columns) == ["text", "text_pair", "label"]
 
 
+def test_hub_dataset_refuses_remote_code(tmp_path):
+    spec = {"name": "nli", "task": "nli", "split": SPLIT,
+            "source": {"type": "hub", "path": "glue", "load_kwargs": {"trust_remote_code": True}}}
+    with pytest.raises(InputError, match="dataset nli: load_kwargs.trust_remote_code is refused"):
+        sources.prepare_dataset(spec, [], tmp_path)
+
+
 def _fake_hub_cache(cache: Path, repo_id: str, model_dir: Path, commit: str) -> None:
     """The layout huggingface_hub keeps in its cache, so snapshot_download resolves offline."""
     repo = cache / ("models--" + repo_id.replace("/", "--"))

@@ -81,6 +81,9 @@ def read_hub_dataset(source: Mapping, name: str) -> tuple[dict[str, pd.DataFrame
     """A Hugging Face dataset through `datasets.load_dataset`; label names come from a ClassLabel feature."""
     import datasets
 
+    if "trust_remote_code" in source.get("load_kwargs", {}):
+        raise InputError(f"dataset {name}: load_kwargs.trust_remote_code is refused: a dataset is data, "
+                         "and a loading script would run code from the hub")
     columns = {"text": "text", "label": "label", **source.get("columns", {})}
     splits = source.get("splits") or {"train": "train", "validation": "validation", "test": "test"}
     frames, names = {}, None
