@@ -133,7 +133,7 @@ def gram_stream(paths: Sequence[str | Path], pretrained: str | Path, rows: Seque
         sqnorm = np.zeros(len(paths))
         task = [np.empty((len(paths), chunk)) for _ in range(2)]
         every_row = rows == list(range(len(paths)))
-        others = [k for k in range(len(paths)) if k not in set(rows)]
+        others = sorted(set(range(len(paths))) - set(rows))
 
         def to_task_vectors(block: np.ndarray, slot: int) -> np.ndarray:
             # float32 - float32 is exact in float64, so task vectors carry no rounding of their own

@@ -42,21 +42,20 @@ def matrices(table: pd.DataFrame) -> Geometry:
     if not required <= set(table.columns):
         raise InputError(f"distance table lacks columns {sorted(required - set(table.columns))}")
     pairs = table[table["model_b"] != "pretrained"]
-    sides = pd.concat([
-        pairs[["model_a", "dataset_a", "task_a", "seed_a"]].set_axis(["model_id", "dataset", "task", "seed"], axis=1),
-        pairs[["model_b", "dataset_b", "task_b", "seed_b"]].set_axis(["model_id", "dataset", "task", "seed"], axis=1),
-        table.loc[table["model_b"] == "pretrained", ["model_a", "dataset_a", "task_a", "seed_a"]]
-        .set_axis(["model_id", "dataset", "task", "seed"], axis=1),
-    ])
-    models = sides.drop_duplicates("model_id").sort_values(["task", "dataset", "seed"]).reset_index(drop=True)
+    # every finetuned model has exactly one row to the pretrained body: it lists the models
+    to_p = table[(table["model_b"] == "pretrained") & (table["metric"] == "euclidean")]
+    models = (to_p[["model_a", "dataset_a", "task_a", "seed_a"]].set_axis(["model_id", "dataset", "task", "seed"], axis=1)
+              .drop_duplicates("model_id").sort_values(["task", "dataset", "seed"]).reset_index(drop=True))
     index = {m: i for i, m in enumerate(models["model_id"])}
+    unknown = (set(pairs["model_a"]) | set(pairs["model_b"])) - set(index)
+    if unknown:
+        raise InputError(f"distance table: models without a distance to the pretrained body: {sorted(unknown)[:5]}")
     n = len(models)
     cosine, euclidean = np.eye(n), np.zeros((n, n))
     for metric, target in (("cosine", cosine), ("euclidean", euclidean)):
         part = pairs[pairs["metric"] == metric]
         ia, ib = part["model_a"].map(index).to_numpy(), part["model_b"].map(index).to_numpy()
         target[ia, ib] = target[ib, ia] = part["value"].to_numpy()
-    to_p = table[(table["model_b"] == "pretrained") & (table["metric"] == "euclidean")]
     to_pretrained = np.zeros(n)
     to_pretrained[to_p["model_a"].map(index).to_numpy()] = to_p["value"].to_numpy()
     expected = n * (n - 1) // 2

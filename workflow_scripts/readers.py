@@ -45,7 +45,7 @@ def decode(blob: bytes, name: str, options: Mapping) -> str:
                          "or fallback_encoding") from None
 
 
-def _select(frame: pd.DataFrame, columns: Columns, name: str, default_label: str | None = "label") -> pd.DataFrame:
+def select_columns(frame: pd.DataFrame, columns: Columns, name: str, default_label: str | None = "label") -> pd.DataFrame:
     """Rename the source's columns to text / text_pair / label / score, failing on any that is missing."""
     columns = dict(columns or {})
     columns.setdefault("text", "text")
@@ -96,7 +96,7 @@ def read_table(blob: bytes, name: str, options: Mapping) -> pd.DataFrame:
         raise
     except Exception as err:  # pandas / pyarrow raise many types for unreadable files
         raise InputError(f"{name}: cannot read as {fmt} ({type(err).__name__}: {err})") from None
-    frame = _select(frame, options.get("columns", {}), name)
+    frame = select_columns(frame, options.get("columns", {}), name)
     return _apply_score(frame, options, name)
 
 
@@ -118,7 +118,7 @@ def read_orange_tab(blob: bytes, name: str, options: Mapping) -> pd.DataFrame:
     if bad:
         raise InputError(f"{name}: data row {bad[0] + 4} has {len(rows[bad[0]])} fields, header has {len(header)}")
     frame = pd.DataFrame(rows, columns=header)
-    return _select(frame, options.get("columns", {"text": "Text", "label": "Category"}), name)
+    return select_columns(frame, options.get("columns", {"text": "Text", "label": "Category"}), name)
 
 
 def read_label_folders(files: Mapping[str, bytes], name: str, options: Mapping) -> pd.DataFrame:

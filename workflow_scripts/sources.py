@@ -97,7 +97,7 @@ def read_hub_dataset(source: Mapping, name: str) -> tuple[dict[str, pd.DataFrame
         feature = ds.features.get(columns["label"])
         if names is None and isinstance(feature, datasets.ClassLabel):
             names = list(feature.names)
-        frame = readers._select(ds.to_pandas(), columns, f"dataset {name}: hub split {hub_split}")
+        frame = readers.select_columns(ds.to_pandas(), columns, f"dataset {name}: hub split {hub_split}")
         if names is not None:
             # ClassLabel ids become their names; -1 marks unlabeled rows (GLUE test sets)
             frame = frame.loc[frame["label"] >= 0]
