@@ -45,12 +45,12 @@ def decode(blob: bytes, name: str, options: Mapping) -> str:
                          "or fallback_encoding") from None
 
 
-def select_columns(frame: pd.DataFrame, columns: Columns, name: str, default_label: str | None = "label") -> pd.DataFrame:
+def select_columns(frame: pd.DataFrame, columns: Columns, name: str) -> pd.DataFrame:
     """Rename the source's columns to text / text_pair / label / score, failing on any that is missing."""
     columns = dict(columns or {})
     columns.setdefault("text", "text")
-    if default_label and "score" not in columns:
-        columns.setdefault("label", default_label)
+    if "score" not in columns:
+        columns.setdefault("label", "label")
     unknown = set(columns) - set(KNOWN_COLUMN_ROLES)
     if unknown:
         raise InputError(f"{name}: unknown column role(s) {sorted(unknown)}; use {list(KNOWN_COLUMN_ROLES)}")
