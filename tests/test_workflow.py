@@ -15,6 +15,8 @@ from conftest import snakemake
 pytestmark = pytest.mark.e2e
 TINY = "tests/config/tiny.yaml"
 GEOMETRY_RULES = {"gram_block", "distances", "geometry_summary", "geometry_figures"}
+INTERPOLATION_RULES = {"interpolate_line", "region", "interpolation_summary", "interpolation_figures"}
+CENTROID_RULES = {"centroid", "centroid_finetune", "centroid_comparison", "centroid_figures", "findings"}
 
 
 def planned_outputs(workdir: Path, configfile: str = TINY) -> dict[str, set[str]]:
@@ -76,6 +78,44 @@ def test_outputs_exist_and_agree(tiny_run):
         assert (tiny_run / f"results/geometry/figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert "Ordering of mean cosine similarity" in (tiny_run / "results/geometry/summary.md").read_text()
 
+    lines = pd.read_parquet(tiny_run / "results/interpolation/lines.parquet")
+    alphas = config["interpolation"]["alphas"]
+    assert set(lines["relation"]) == {"same_dataset", "same_task", "other_task"}
+    for pair, part in lines[lines["head"] == "probe"].groupby("pair"):
+        evals = {part["dataset_a"].iloc[0], part["dataset_b"].iloc[0]}
+        assert set(part["eval_dataset"]) == evals and len(part) == len(alphas) * len(evals)
+        assert sorted(set(part["alpha"])) == alphas
+    assert lines["accuracy"].between(0, 1).all() and (lines["loss"] > 0).all()
+    # at the ends, the own head on the model's own dataset scores what the model scores on that sample
+    own_ends = lines[(lines["head"] == "own") & lines["alpha"].isin([0.0, 1.0])]
+    assert len(own_ends) >= 2 * lines["pair"].nunique()
+    region = pd.read_parquet(tiny_run / "results/interpolation/region.parquet")
+    assert set(region["group"]) == {"dataset-tweets", "task-sentiment"}
+    counts = region[region["head"] == "probe"].groupby(["group", "kind"]).size().to_dict()
+    assert counts[("dataset-tweets", "hull")] == 3 and counts[("dataset-tweets", "extrapolated")] == 2
+    assert counts[("task-sentiment", "hull")] == 3 * 2  # evaluated on both sentiment datasets
+    for w in region.loc[region["kind"] == "hull", "weights"].map(json.loads):
+        assert min(w.values()) >= 0 and abs(sum(w.values()) - 1) < 1e-12
+    summary = pd.read_parquet(tiny_run / "results/interpolation/region_summary.parquet")
+    assert summary["hull_beats"].between(0, 1).all()
+    assert "## Lines" in (tiny_run / "results/interpolation/summary.md").read_text()
+    for name in ("lines_accuracy", "lines_loss", "region"):
+        assert (tiny_run / f"results/interpolation/figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+    comparison = pd.read_parquet(tiny_run / "results/centroid/comparison.parquet")
+    assert len(comparison) == len(config["datasets"]) * 2 * len(config["seeds"])
+    assert set(comparison["method"]) == {"bitfit"} and set(comparison["steps"]) == {6}
+    for target in config["datasets"]:
+        info = json.loads((tiny_run / f"results/centroid/{target}/centroid.json").read_text())
+        assert info["members"] == sorted(m for m in model_ids if not m.startswith(f"{target}-s"))
+    findings = json.loads((tiny_run / "results/report/findings.json").read_text())
+    assert len(findings["claims"]) == 8 and all(isinstance(c["holds"], bool) for c in findings["claims"])
+    text = (tiny_run / "results/report/findings.md").read_text()
+    assert text.count("**holds**") + text.count("**does not hold**") == 8
+    # every figure the findings point to exists
+    for claim in findings["claims"]:
+        assert (tiny_run / "results/report" / claim["figure"]).resolve().is_file()
+
 
 def test_a_finished_run_has_nothing_to_do(tiny_run):
     assert planned_outputs(tiny_run) == {}
@@ -86,8 +126,15 @@ def test_changing_one_dataset_reruns_only_its_jobs(tiny_run):
     config["datasets"]["amazon"]["finetune"] = {"steps": 5}
     (tiny_run / "changed.yaml").write_text(yaml.safe_dump(config))
     jobs = planned_outputs(tiny_run, "changed.yaml")
-    assert set(jobs) == {"finetune", "flatten_model", "finetune_metrics", *GEOMETRY_RULES}
+    assert set(jobs) == {"finetune", "flatten_model", "finetune_metrics", *GEOMETRY_RULES, *INTERPOLATION_RULES,
+                         *CENTROID_RULES}
+    # every other target's centroid holds amazon's models; amazon's own runs keep centroid.finetune's steps
+    runs = {Path(o).parent.name for o in jobs["centroid_finetune"]}
+    assert runs == {f"{d}-from-centroid-s{s}" for d in ("tweets", "bbc", "trec") for s in (0, 1)}
+    assert {Path(o).parent.name for o in jobs["centroid"]} == {"tweets", "bbc", "trec"}
     assert {Path(o).stem for o in jobs["flatten_model"]} == {"amazon-s0", "amazon-s1"}
+    lines = {p.stem for p in (tiny_run / "results/interpolation/lines").glob("*.parquet")}
+    assert {Path(o).stem for o in jobs["interpolate_line"]} == {p for p in lines if "amazon" in p}
     assert {Path(o).parent.name for o in jobs["finetune"]} == {"amazon-s0", "amazon-s1"}
     # blocks of 3 in sorted order: amazon-s0 amazon-s1 bbc-s0 | bbc-s1 trec-s0 trec-s1 | tweets-s0 tweets-s1
     assert {Path(o).stem for o in jobs["gram_block"]} == {"block_0_0", "block_0_1", "block_0_2"}
@@ -105,7 +152,8 @@ def test_editing_a_module_reruns_the_rules_that_use_it(tiny_run):
     try:
         module.write_text(original + "\n# edited\n")
         jobs = planned_outputs(tiny_run)
-        assert set(jobs) == {"flatten_pretrained", "flatten_model", *GEOMETRY_RULES}
+        assert set(jobs) == {"flatten_pretrained", "flatten_model", *GEOMETRY_RULES, *INTERPOLATION_RULES,
+                             *CENTROID_RULES}
         assert len(jobs["flatten_model"]) == 2 * 8  # vector and sidecar of each model
     finally:
         module.write_text(original)

