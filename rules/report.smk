@@ -14,10 +14,12 @@ rule findings:
     output:
         md=report("results/report/findings.md", caption="report/findings.rst", category="Findings"),
         json="results/report/findings.json",
+        metrics="results/report/metrics.json",
+        centroid_csv="results/report/centroid_gain.csv",
     log:
         "logs/report/findings.log",
     shell:
         "python -m workflow_scripts.findings --geometry {input.geometry} --lines {input.lines} "
         "--region {input.region} --centroid {input.centroid} --comparison {input.comparison} "
         "--models {input.models} --manifest {input.manifest} --out-md {output.md} --out-json {output.json} "
-        "> {log} 2>&1"
+        "--out-metrics {output.metrics} --out-centroid-csv {output.centroid_csv} > {log} 2>&1"

@@ -171,6 +171,9 @@ def test_findings_report_builds_from_fixture_tables(tmp_path):
     assert "8 of 8 claims hold" in text and "not the paper's roberta-base" in text
     assert "Centroid comparison: bitfit, 64-shot" in text
     assert "11 of 12 targets, +3.06" in text and "better on 2 of 2 targets" in text
+    metrics = findings.flat_metrics(result)
+    assert metrics["claims_holding"] == 8 and metrics["centroid"]["holds"] == 1
+    assert metrics["same_dataset_cluster"]["cosine_same_dataset"] == 0.3
     paths = _fixture_tables(tmp_path, gain=-0.02)
     result, text = findings.build(**paths)
     assert [c["holds"] for c in result["claims"] if c["id"] == "centroid"] == [False]

@@ -117,6 +117,16 @@ def test_outputs_exist_and_agree(tiny_run):
         assert (tiny_run / "results/report" / claim["figure"]).resolve().is_file()
 
 
+def test_snakemake_report_holds_every_figure(tiny_run):
+    snakemake(tiny_run, "--report", "report.html", "--configfile", TINY)
+    html = (tiny_run / "report.html").read_text(errors="replace")
+    for name in ("pca.png", "tsne.png", "similarity_heatmap.png", "relations_boxplot.png", "lines_accuracy.png",
+                 "lines_loss.png", "region.png", "gain.png", "findings.md"):
+        assert name in html, name
+    for category in ("Geometry", "Interpolation", "Centroid", "Findings"):
+        assert category in html
+
+
 def test_a_finished_run_has_nothing_to_do(tiny_run):
     assert planned_outputs(tiny_run) == {}
 

@@ -25,26 +25,14 @@ import numpy as np
 import pandas as pd
 
 from .io import InputError, atomic_path, read_json, run_cli, write_json, write_parquet
-from .weights import load_vector
+from .weights import load_vector, weighted_sum
 
 
 def mean_vector(paths: Sequence[str | Path], chunk: int = 1 << 22) -> np.ndarray:
-    """The mean of the vectors, accumulated in float64 chunk by chunk from memory maps."""
+    """The mean of the vectors, summed in float64 chunk by chunk from memory maps."""
     if not paths:
         raise InputError("a centroid needs at least one member model")
-    vectors = [load_vector(p) for p in paths]
-    numel = vectors[0].shape[0]
-    for path, vector in zip(paths, vectors):
-        if vector.shape != (numel,):
-            raise InputError(f"{path}: vector length {vector.shape[0]:,} differs from {paths[0]}'s {numel:,}")
-    out = np.empty(numel, dtype=np.float32)
-    for start in range(0, numel, chunk):
-        stop = min(numel, start + chunk)
-        acc = np.zeros(stop - start, dtype=np.float64)
-        for vector in vectors:
-            acc += vector[start:stop]
-        out[start:stop] = acc / len(vectors)
-    return out
+    return weighted_sum(paths, [1.0] * len(paths), divisor=len(paths), chunk=chunk)
 
 
 def leave_one_out(models: Sequence[Mapping], target: str) -> list[str]:

@@ -5,6 +5,7 @@ CLI:
   python -m workflow_scripts.findings --geometry SUMMARY.parquet --lines LINE_SUMMARY.parquet
          --region REGION_SUMMARY.parquet --centroid CENTROID_SUMMARY.parquet --comparison C.parquet
          --models METRICS.parquet --manifest MANIFEST.json --out-md F.md --out-json F.json
+         --out-metrics METRICS.json --out-centroid-csv CENTROID.csv
 """
 from __future__ import annotations
 
@@ -193,6 +194,21 @@ def report_markdown(head: Mapping, rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def flat_metrics(findings: Mapping) -> dict:
+    """Numbers only, one block per claim (holds as 1 / 0): what `dvc metrics show / diff` compares."""
+    out = {}
+    for c in findings["claims"]:
+        block = {"holds": int(c["holds"])}
+        for key, value in c["numbers"].items():
+            if isinstance(value, Mapping):
+                block.update({f"{key}_{k}": float(v) for k, v in value.items()})
+            else:
+                block[key] = float(value) if isinstance(value, float) else int(value)
+        out[c["id"]] = block
+    out["claims_holding"] = sum(int(c["holds"]) for c in findings["claims"])
+    return out
+
+
 def build(geometry, lines, region, centroid, comparison, models, manifest) -> tuple[dict, str]:
     rows = claims(_read(geometry, "geometry summary"), _read(lines, "line summary"),
                   _read(region, "region summary"), _read(centroid, "centroid summary"))
@@ -203,12 +219,18 @@ def build(geometry, lines, region, centroid, comparison, models, manifest) -> tu
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name in ("--geometry", "--lines", "--region", "--centroid", "--comparison", "--models", "--manifest",
-                 "--out-md", "--out-json"):
+                 "--out-md", "--out-json", "--out-metrics", "--out-centroid-csv"):
         parser.add_argument(name, required=True)
     args = parser.parse_args(argv)
     findings, text = build(args.geometry, args.lines, args.region, args.centroid, args.comparison, args.models,
                            args.manifest)
     write_json(args.out_json, findings)
+    write_json(args.out_metrics, flat_metrics(findings))
+    # the per-target comparison as CSV, for `dvc plots`
+    table = _read(args.centroid, "centroid summary")[["target", "task", "pretrained_accuracy", "centroid_accuracy",
+                                                        "gain", "outcome"]]
+    with atomic_path(args.out_centroid_csv) as part:
+        table.to_csv(part, index=False, float_format="%.6f")
     with atomic_path(args.out_md) as part:
         part.write_text(text)
     print(text, file=sys.stderr)

@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from .geometry import relation
-from .io import InputError, read_json, run_cli, write_parquet
-from .weights import load_vector
+from .io import InputError, atomic_path, read_json, run_cli, write_parquet
+from .weights import weighted_sum
 
 RELATIONS = ("same_dataset", "same_task", "other_task")
 KINDS = ("member", "hull", "extrapolated", "other")
@@ -62,24 +62,8 @@ def extrapolated_weights(k: int, n: int, beta: float) -> np.ndarray:
 
 
 def combine(paths: Sequence[str | Path], weights: Sequence[float], chunk: int = 1 << 22) -> np.ndarray:
-    """sum_i w_i theta_i, accumulated in float64 chunk by chunk (the bodies stay memory-mapped).
-    A weight of exactly one on one body and zero elsewhere returns that body bit for bit."""
-    if len(paths) != len(weights):
-        raise ValueError("one weight per body")
-    vectors = [load_vector(p) for p in paths]
-    numel = vectors[0].shape[0]
-    for path, vector in zip(paths, vectors):
-        if vector.shape != (numel,):
-            raise InputError(f"{path}: vector length {vector.shape[0]:,} differs from {paths[0]}'s {numel:,}")
-    out = np.empty(numel, dtype=np.float32)
-    used = [(v, float(w)) for v, w in zip(vectors, weights) if w != 0]
-    for start in range(0, numel, chunk):
-        stop = min(numel, start + chunk)
-        acc = np.zeros(stop - start, dtype=np.float64)
-        for vector, weight in used:
-            acc += weight * vector[start:stop].astype(np.float64)
-        out[start:stop] = acc
-    return out
+    """sum_i w_i theta_i (the weights of a point sum to one); alpha 0 and 1 give the ends bit for bit."""
+    return weighted_sum(paths, weights, chunk=chunk)
 
 
 # ---- choosing what to evaluate (called when the DAG is built) ---------------------------------
@@ -404,11 +388,10 @@ def main(argv: list[str] | None = None) -> None:
         write_parquet(args.out_region, tables["region"])
         write_parquet(args.out_line_summary, tables["line_summary"])
         write_parquet(args.out_region_summary, tables["region_summary"])
-        from .io import atomic_path
-
+        text = report_markdown(tables["lines"], tables["line_summary"], tables["region_summary"])
         with atomic_path(args.report) as part:
-            part.write_text(report_markdown(tables["lines"], tables["line_summary"], tables["region_summary"]))
-        print(report_markdown(tables["lines"], tables["line_summary"], tables["region_summary"]), file=sys.stderr)
+            part.write_text(text)
+        print(text, file=sys.stderr)
         return
     frame = _run_line(args) if args.command == "line" else _run_region(args)
     write_parquet(args.out, frame)

@@ -126,6 +126,28 @@ def load_vector(path: str | Path, manifest: Mapping | None = None) -> np.ndarray
     return vector
 
 
+def weighted_sum(paths, weights, divisor: float = 1.0, chunk: int = 1 << 22) -> np.ndarray:
+    """(sum_i w_i v_i) / divisor over memory-mapped vectors, accumulated in float64 chunk by chunk, so
+    memory holds one chunk per vector, never the bodies. Weight 1 on one vector and 0 elsewhere (divisor 1)
+    returns that vector bit for bit."""
+    if len(paths) != len(weights) or not paths:
+        raise InputError(f"weighted sum: {len(paths)} vectors and {len(weights)} weights")
+    vectors = [load_vector(p) for p in paths]
+    numel = vectors[0].shape[0]
+    for path, vector in zip(paths, vectors):
+        if vector.shape != (numel,):
+            raise InputError(f"{path}: vector length {vector.shape[0]:,} differs from {paths[0]}'s {numel:,}")
+    used = [(v, float(w)) for v, w in zip(vectors, weights) if w != 0]
+    out = np.empty(numel, dtype=np.float32)
+    for start in range(0, numel, chunk):
+        stop = min(numel, start + chunk)
+        acc = np.zeros(stop - start, dtype=np.float64)
+        for vector, weight in used:
+            acc += weight * vector[start:stop].astype(np.float64)
+        out[start:stop] = acc / divisor
+    return out
+
+
 def flatten_pretrained(base_dir: str | Path, out: str | Path, manifest_out: str | Path) -> dict:
     info = read_json(Path(base_dir) / "source.json")
     # the same class as the finetuned models, so the body's parameter names and order agree
