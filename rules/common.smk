@@ -10,6 +10,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)  # workflow_scripts, also when the package is not installed
 from workflow_scripts.configuration import check_config
 from workflow_scripts.interpolation import pair_id, resolve_groups, select_pairs
+from workflow_scripts.share import warning as unrecorded_warning
 
 
 check_config(config, Path(workflow.basedir) / "config/schema.yaml")  # every problem at once, by key
@@ -176,3 +177,8 @@ def all_targets():
         "results/centroid/figures/gain.png",
         "results/report/findings.md",
     ]
+
+
+# Outputs with no Snakemake records (pulled with DVC, or copied) would be recomputed: say so up front.
+if _message := unrecorded_warning(all_targets()):
+    print(f"warning: {_message}", file=sys.stderr)
