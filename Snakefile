@@ -25,6 +25,24 @@ include: "rules/centroid.smk"
 include: "rules/report.smk"
 
 
+# Cheap aggregation steps, and the fetches that need the network (compute nodes often have none),
+# run on the machine that runs Snakemake, not as cluster jobs.
+localrules:
+    all,
+    fetch_wheel,
+    prepare_base_model,
+    prepare_dataset,
+    finetune_metrics,
+    distances,
+    geometry_summary,
+    geometry_figures,
+    interpolation_summary,
+    interpolation_figures,
+    centroid_comparison,
+    centroid_figures,
+    findings,
+
+
 rule all:
     input:
         all_targets(),

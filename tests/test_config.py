@@ -15,7 +15,7 @@ def config():
     return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("name", ["config.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
 def test_shipped_configs_are_valid(name):
     check_config(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA)
     check_config(yaml.safe_load((ROOT / "tests" / "config" / "tiny.yaml").read_text()), SCHEMA)

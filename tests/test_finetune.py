@@ -55,3 +55,18 @@ def test_unknown_setting_and_missing_gpu_are_refused(tiny_bert, dataset, tmp_pat
         with pytest.raises(InputError, match="device 'cuda' was requested .* no CUDA GPU"):
             finetune(tiny_bert, dataset, 0, {"device": "cuda"}, tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_parallel_jobs_claim_different_gpus(tmp_path):
+    import subprocess
+    import sys
+
+    from workflow_scripts.devices import claim_gpu
+
+    held = claim_gpu(2, tmp_path)  # this process holds one of two
+    other = subprocess.run([sys.executable, "-c", f"from workflow_scripts.devices import claim_gpu; "
+                            f"print(claim_gpu(2, {str(tmp_path)!r}))"], capture_output=True, text=True, check=True)
+    assert {held, int(other.stdout)} == {0, 1}
+    assert held == 0
+    with pytest.raises(InputError, match="all 1 GPUs of this machine are held"):
+        claim_gpu(1, tmp_path)  # a second claim, even from the same process, does not get GPU 0

@@ -185,6 +185,14 @@ def test_adding_a_seed_computes_only_the_new_pairs(tiny_run):
     assert planned_outputs(tiny_run, "more_seeds.yaml") == {}
 
 
+def test_paper_config_dry_runs_offline(workflow):
+    proc = snakemake(workflow, "-n", "--configfile", "config/paper.yaml")
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
+    # 23 datasets x 5 seeds; one centroid per target; 2 starts x 5 seeds per target
+    assert stats["finetune"] == "115" and stats["centroid"] == "23" and stats["centroid_finetune"] == "230"
+    assert stats["total"] == "579" and not (workflow / "resources").exists()
+
+
 def test_bad_inputs_stop_before_any_job_and_leave_nothing(workflow):
     config = yaml.safe_load((workflow / TINY).read_text())
     config["finetune"]["steps"] = "many"

@@ -9,10 +9,39 @@ import torch
 from .io import InputError
 
 
+_CLAIMS: list = []  # open lock files: a claim lasts as long as the process
+
+
+def claim_gpu(count: int, lock_dir: str | os.PathLike | None = None) -> int:
+    """Index of a GPU no other job of this machine holds, claimed with an exclusive file lock, so parallel
+    local jobs (Snakemake's gpu resource allows several when there are several GPUs) each get their own."""
+    import fcntl
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(lock_dir or os.environ.get("KR_GPU_LOCK_DIR") or Path(tempfile.gettempdir()) / "kr-gpu-locks")
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        handle = open(folder / f"gpu{index}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _CLAIMS.append(handle)
+        return index
+    raise InputError(f"all {count} GPUs of this machine are held by other jobs; set the profile's gpu resource "
+                     f"limit to at most {count}")
+
+
 def resolve_device(requested: str = "auto") -> torch.device:
-    """`auto` takes CUDA when there is a GPU, else the CPU; an explicit `cuda` without a GPU is an error."""
+    """`auto` takes a free GPU when there is one (SLURM's CUDA_VISIBLE_DEVICES shows a job only its own),
+    else the CPU; an explicit `cuda` without a GPU is an error."""
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        count = torch.cuda.device_count()
+        return torch.device(f"cuda:{claim_gpu(count)}" if count > 1 else "cuda")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device {requested!r} was requested (finetune.device) but torch sees no CUDA GPU; "
                          "use device: auto or cpu")
