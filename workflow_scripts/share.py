@@ -57,12 +57,12 @@ def snakemake_args(configfile: str | None) -> list[str]:
 def planned_jobs(configfile: str | None) -> list[str]:
     """Rules a dry run would execute (empty: nothing to do)."""
     proc = _run([*snakemake_args(configfile), "-n", "--quiet", "rules"], "snakemake dry run", capture=True)
-    jobs = []
+    jobs: dict[str, str] = {}  # the job-stats table can be printed more than once
     for line in proc.stdout.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
-            jobs.append(f"{parts[0]} x{parts[1]}")
-    return jobs
+            jobs[parts[0]] = parts[1]
+    return [f"{rule} x{count}" for rule, count in jobs.items()]
 
 
 def pull(remote: str | None, configfile: str | None, jobs: int | None) -> None:
