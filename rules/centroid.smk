@@ -25,15 +25,9 @@ rule centroid:
         "--out-dir {params.out_dir} > {log} 2>&1"
 
 
-def _start_files(w):
-    if w.init == "centroid":
-        return [f"results/centroid/{w.dataset}/{f}" for f in ("model.safetensors", "config.json")]
-    return BASE_FILES
-
-
 rule centroid_finetune:
     input:
-        start=_start_files,
+        start=start_files,
         base=BASE_FILES,
         data=expand("resources/datasets/{{dataset}}/{file}", file=DATASET_FILES),
         code=code("finetune"),

@@ -163,6 +163,18 @@ def eval_inputs(datasets):
     return [f"results/evaluation/inputs/{d}.parquet" for d in datasets]
 
 
+def pair_datasets(pair):
+    """The datasets of a line's two ends, each once."""
+    return list(dict.fromkeys(m.rsplit("-s", 1)[0] for m in PAIRS[pair]))
+
+
+def start_files(wildcards):
+    """What a centroid run starts from: the target's centroid folder, or the pretrained model."""
+    if wildcards.init == "centroid":
+        return [f"results/centroid/{wildcards.dataset}/{f}" for f in ("model.safetensors", "config.json")]
+    return BASE_FILES
+
+
 def all_targets():
     return [
         "results/models/metrics.parquet",

@@ -24,14 +24,10 @@ rule eval_inputs:
         "--seed {params.seed} --out {output} > {log} 2>&1"
 
 
-def _pair_datasets(w):
-    return [m.rsplit("-s", 1)[0] for m in PAIRS[w.pair]]
-
-
 rule interpolate_line:
     input:
         models=lambda w: model_files(PAIRS[w.pair]),
-        inputs=lambda w: eval_inputs(dict.fromkeys(_pair_datasets(w))),
+        inputs=lambda w: eval_inputs(pair_datasets(w.pair)),
         manifest="results/weights/manifest.json",
         base=BASE_FILES,
         code=code("interpolation"),
