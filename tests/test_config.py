@@ -18,7 +18,7 @@ def config():
 @pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
 def test_shipped_configs_are_valid(name):
     check_config(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA)
-    check_config(yaml.safe_load((ROOT / "tests" / "config" / "tiny.yaml").read_text()), SCHEMA)
+    check_config(yaml.safe_load((ROOT / "tests" / "config" / "tiny.yaml").read_text()), SCHEMA, ROOT)
 
 
 @pytest.mark.parametrize(

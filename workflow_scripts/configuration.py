@@ -32,8 +32,9 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
     return [f"{where}: {error.message}"]
 
 
-def check_config(config: Mapping[str, Any], schema_path: str | Path) -> None:
-    """Raise ConfigError listing every schema violation and cross-key problem of `config`."""
+def check_config(config: Mapping[str, Any], schema_path: str | Path, root: str | Path = ".") -> None:
+    """Raise ConfigError listing every schema violation and cross-key problem of `config`; relative
+    `local` source paths are looked up under `root` (the project folder Snakemake runs in)."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     problems = []
@@ -41,6 +42,7 @@ def check_config(config: Mapping[str, Any], schema_path: str | Path) -> None:
         problems.extend(_describe(error))
     if not problems:
         problems.extend(_cross_checks(config))
+        problems.extend(_local_paths(config, Path(root)))
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
@@ -85,4 +87,24 @@ def _interpolation_checks(config: Mapping[str, Any]) -> list[str]:
             problems.append(f"interpolation.region.groups.{i}: no {kind} named {name!r} (known: {sorted(known)})")
         elif kind == "dataset" and len(seeds) < 2:
             problems.append(f"interpolation.region.groups.{i}: {group!r} has one model (one seed); a region needs two")
+    return problems
+
+
+def _local_paths(config: Mapping[str, Any], root: Path) -> list[str]:
+    """A `local` source must exist before anything runs: say so by key, not as a missing rule input."""
+    entries = [("base_model.source.path", config["base_model"]["source"])]
+    for name, entry in config["datasets"].items():
+        source = entry["source"]
+        if source.get("paths"):
+            entries += [(f"datasets.{name}.source.paths.{split}", {**source, "path": p})
+                        for split, p in source["paths"].items()]
+        else:
+            entries.append((f"datasets.{name}.source.path", source))
+    problems = []
+    for where, source in entries:
+        if source["type"] != "local" or not source.get("path"):
+            continue
+        path = root / source["path"]
+        if not path.exists():
+            problems.append(f"{where}: {source['path']} does not exist (relative paths are read from {root.resolve()})")
     return problems

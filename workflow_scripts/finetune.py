@@ -191,6 +191,8 @@ def save_model(model, out_dir) -> None:
     """Save config.json and model.safetensors (never pickle), each renamed into place when whole."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".save-*"):  # left by a killed attempt at this job
+        shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=".save-", dir=out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         for name in ("config.json", "model.safetensors"):

