@@ -54,6 +54,10 @@ def test_saved_centroid_loads_as_a_model_with_the_mean_body(tmp_path, tiny_bert)
     body = flatten_safetensors(tmp_path / "c" / "model.safetensors", manifest)
     np.testing.assert_allclose(body, expected, rtol=0, atol=1e-7)
     loaded = load_classifier(tmp_path / "c", 3)  # a fresh head of any size on the centroid body
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "c" / "model.safetensors", "np") as handle:
+        assert handle.metadata() == {"format": "pt"}  # a second key would make the bytes vary between runs
     np.testing.assert_array_equal(flatten_model(loaded, manifest), body)
     with pytest.raises(InputError, match="its own models must be left out"):
         centroid.make_centroid("x", members, tmp_path / "manifest.json", tiny_bert, tmp_path / "pretrained.npy",

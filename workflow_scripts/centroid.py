@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -54,7 +53,9 @@ def save_body(vector: np.ndarray, manifest: Mapping, base_dir, out_dir, info: Ma
     tensors = {prefix + p["name"]: torch.from_numpy(vector[p["offset"]: p["offset"] + p["numel"]].copy()).reshape(p["shape"])
                for p in manifest["parameters"]}
     with atomic_path(out_dir / "model.safetensors") as part:
-        save_file(tensors, str(part), metadata={"format": "pt", "members": json.dumps(info["members"])})
+        # one metadata key only: safetensors writes a map of several in an order that varies from process
+        # to process, so the same centroid would differ byte for byte between runs (members: centroid.json)
+        save_file(tensors, str(part), metadata={"format": "pt"})
     with atomic_path(out_dir / "config.json") as part:
         shutil.copyfile(Path(base_dir) / "config.json", part)
     write_json(out_dir / "centroid.json", info)

@@ -31,7 +31,6 @@ import pandas as pd
 
 from .geometry import relation
 from .io import InputError, atomic_path, read_json, run_cli, write_parquet
-from .weights import weighted_sum
 
 RELATIONS = ("same_dataset", "same_task", "other_task")
 KINDS = ("member", "hull", "extrapolated", "other")
@@ -63,6 +62,9 @@ def extrapolated_weights(k: int, n: int, beta: float) -> np.ndarray:
 
 def combine(paths: Sequence[str | Path], weights: Sequence[float], chunk: int = 1 << 22) -> np.ndarray:
     """sum_i w_i theta_i (the weights of a point sum to one); alpha 0 and 1 give the ends bit for bit."""
+    # imported here: Snakemake imports this module to plan the DAG, and weights pulls in torch (seconds)
+    from .weights import weighted_sum
+
     return weighted_sum(paths, weights, chunk=chunk)
 
 
