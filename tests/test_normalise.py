@@ -52,6 +52,33 @@ def test_duplicates_conflicts_and_test_texts_seen_in_train_are_removed():
     assert stats["splits_made"] == ["validation"]
 
 
+def test_null_texts_are_empty_and_unlabelled_rows_dropped_only_when_asked():
+    raw = pd.DataFrame({"text": [None, np.nan, *[f"t{i}" for i in range(30)]],
+                        "label": ["pos", "neg", *(["pos", "neg", None] * 10)]})
+    with pytest.raises(InputError, match=r"10 row\(s\) have no label \(the first: row 5 as read\)"):
+        normalise({"all": raw}, spec(), "d")
+    out, stats = normalise({"all": raw}, spec(drop_labels=[""]), "d")
+    assert stats["dropped"]["empty"] == 2 and stats["dropped"]["label_dropped"] == 10
+    assert not {"None", "nan"} & set(pd.concat(out.values())["text"])
+
+
+def test_numbers_where_labels_lists_names_get_a_hint():
+    raw = frame([f"t{i}" for i in range(20)], [0, 1] * 10)
+    with pytest.raises(InputError, match=r"The source holds numbers where `labels` lists names"):
+        normalise({"all": raw}, spec(labels=["neg", "pos"]), "d")
+
+
+def test_a_label_both_listed_and_dropped_is_refused_and_hub_labels_may_be_absent():
+    raw = frame([f"t{i}" for i in range(20)], ["a", "b"] * 10)
+    with pytest.raises(InputError, match=r"label\(s\) \['b'\] are both in `labels` and in `drop_labels`"):
+        normalise({"all": raw}, spec(labels=["a", "b"], drop_labels=["b", "c"]), "d")
+    with pytest.raises(InputError, match=r"label\(s\) \['c'\] are listed in `labels` but no example has them"):
+        normalise({"all": raw}, spec(labels=["a", "b", "c"]), "d")
+    # a hub ClassLabel declares every class; a slice of the split may lack one
+    _, stats = normalise({"all": raw}, spec(labels=["a", "b", "c"], labels_from="hub"), "d")
+    assert stats["num_labels"] == 3
+
+
 def test_empty_texts_are_dropped_and_empty_splits_refused():
     raw = frame(["  ", "a", "b"], [0, 1, 0])
     with pytest.raises(InputError, match="dataset d: the (validation|test) split is empty"):

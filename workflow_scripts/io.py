@@ -6,12 +6,14 @@ so a killed job never leaves a file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob
 import hashlib
 import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -34,10 +36,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        _pause_before_rename(path)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _pause_before_rename(path: Path) -> None:
+    """Fault injection for tests/test_reliability.py: with KR_PAUSE_BEFORE_RENAME=<glob>, a write whose
+    destination matches waits, whole but not yet renamed, so a test can kill the job at that instant."""
+    pattern = os.environ.get("KR_PAUSE_BEFORE_RENAME")
+    if pattern and fnmatch.fnmatch(str(path), pattern):
+        time.sleep(3600)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

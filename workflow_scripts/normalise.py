@@ -30,8 +30,8 @@ def label_names(frames: Mapping[str, pd.DataFrame], labels: Sequence | None, dro
         return [str(label) for label in labels]
     seen = set()
     for frame in frames.values():
-        seen.update(str(v) for v in frame["label"].unique())
-    seen -= {str(d) for d in drop}
+        seen.update(_raw_labels(frame).unique())
+    seen -= {str(d) for d in drop} | {""}
     values = sorted(seen)
     # integer labels sort numerically so that id i keeps meaning raw label i
     if values and all(v.lstrip("-").isdigit() for v in values):
@@ -39,25 +39,33 @@ def label_names(frames: Mapping[str, pd.DataFrame], labels: Sequence | None, dro
     return values
 
 
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
+def _is_integer(value: str) -> bool:
+    return value.lstrip("-").isdigit()
 
 
-def missing_labels(frame: pd.DataFrame, where: str) -> None:
-    """Refuse rows without a label: an empty cell must not become a class named 'nan' or ''."""
-    missing = frame["label"].isna() | frame["label"].map(lambda v: isinstance(v, str) and not v.strip())
+def _missing(value) -> bool:
+    return value is None or (np.ndim(value) == 0 and bool(pd.isna(value)))
+
+
+def _raw_labels(frame: pd.DataFrame) -> pd.Series:
+    """Labels as stripped strings; a missing label (null, NaN or blank) is ''."""
+    return frame["label"].map(lambda v: "" if _missing(v) else str(v).strip())
+
+
+def missing_labels(frame: pd.DataFrame, drop: Sequence, where: str) -> None:
+    """Refuse rows without a label, unless `drop_labels` lists "": an empty cell must not become a class."""
+    if "" in {str(d) for d in drop}:
+        return
+    missing = (_raw_labels(frame) == "").to_numpy()
     if missing.any():
-        rows = np.flatnonzero(missing.to_numpy())
-        raise InputError(f"{where}: {len(rows)} row(s) have no label (first at data row {rows[0] + 1}); "
-                         "fill them in or remove them from the source")
+        first = frame.index[np.flatnonzero(missing)[0]]
+        where_first = f"row {first + 1} as read" if isinstance(first, (int, np.integer)) else f"row {first!r}"
+        raise InputError(f"{where}: {int(missing.sum())} row(s) have no label (the first: {where_first}); fill them "
+                         'in, remove them from the source, or drop them with `drop_labels: [""]`')
 
 
 def map_labels(frame: pd.DataFrame, names: list[str], drop: Sequence, where: str) -> tuple[pd.DataFrame, int]:
-    raw = frame["label"].map(lambda v: str(v).strip())
+    raw = _raw_labels(frame)
     dropped = raw.isin({str(d) for d in drop})
     frame, raw = frame.loc[~dropped], raw.loc[~dropped]
     index = {name: i for i, name in enumerate(names)}
@@ -65,8 +73,11 @@ def map_labels(frame: pd.DataFrame, names: list[str], drop: Sequence, where: str
     if unknown:
         shown = ", ".join(f"{k!r} ({n}x)" for k, n in unknown.most_common(5))
         hint = "List them in `labels`, or drop them with `drop_labels`."
-        if all(_is_number(n) for n in names) and not any(_is_number(k) for k in unknown):
+        if all(_is_integer(n) for n in names) and not any(_is_integer(k) for k in unknown):
             hint = "The source holds label names where `labels` lists numbers: list the names, in id order."
+        elif not any(_is_integer(n) for n in names) and all(_is_integer(k) for k in unknown):
+            hint = ("The source holds numbers where `labels` lists names: list the numbers (`labels: [0, 1, ...]`), "
+                    "which keep their meaning as ids.")
         raise InputError(f"{where}: unknown label(s) {shown}; the dataset's labels are {names}. {hint}")
     out = frame.copy()
     out["label"] = raw.map(index).astype("int64")
@@ -111,11 +122,13 @@ def normalise(frames: Mapping[str, pd.DataFrame], spec: Mapping, name: str) -> t
     for split, frame in frames.items():
         if "label" not in frame.columns or "text" not in frame.columns:
             raise InputError(f"dataset {name}, split {split}: needs `text` and `label` columns, has {list(frame.columns)}")
-        missing_labels(frame, f"dataset {name}, split {split}")
+        missing_labels(frame, drop, f"dataset {name}, split {split}")
         frame = frame.copy()
         for col in ("text", "text_pair"):
             if col in frame.columns:
-                frame[col] = frame[col].astype(str).str.strip()
+                # a null text is empty, not the string "None" or "nan"
+                frame[col] = frame[col].map(lambda v: "" if _missing(v) else str(v))
+                frame[col] = frame[col].str.strip()
         mask = frame["text"].str.len() > 0
         if "text_pair" in frame.columns:
             mask &= frame["text_pair"].str.len() > 0
@@ -132,9 +145,12 @@ def normalise(frames: Mapping[str, pd.DataFrame], spec: Mapping, name: str) -> t
     for split in list(cleaned):
         cleaned[split], n = map_labels(cleaned[split], names, drop, f"dataset {name}, split {split}")
         label_dropped += n
+    both = sorted({str(d) for d in drop} & set(names))
+    if both:
+        raise InputError(f"dataset {name}: label(s) {both} are both in `labels` and in `drop_labels`")
     present = set().union(*(set(f["label"]) for f in cleaned.values()))
     absent = [n for i, n in enumerate(names) if i not in present]
-    if absent:
+    if absent and spec.get("labels_from", "config") == "config":
         # a declared class no example has: a typo in `labels`, or the wrong column read as the label
         raise InputError(f"dataset {name}: label(s) {absent} are listed in `labels` but no example has them "
                          f"(labels found: {sorted(names[i] for i in present)})")

@@ -122,7 +122,9 @@ def prepare_dataset(spec: Mapping, inputs: list[str], out_dir: str | Path) -> di
     else:
         raise InputError(f"dataset {name}: unknown source type {kind!r}; use wheel, hub or local")
     if hub_labels and not spec.get("labels"):
-        spec = {**spec, "labels": hub_labels}
+        # the ClassLabel's names, less the dropped ones; a slice of a hub split may lack a rare class
+        drop = {str(d) for d in spec.get("drop_labels", [])}
+        spec = {**spec, "labels": [n for n in hub_labels if n not in drop], "labels_from": "hub"}
     splits, stats = normalise(frames, spec, name)
     out_dir = Path(out_dir)
     for split in SPLITS:
