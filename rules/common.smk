@@ -75,7 +75,7 @@ wildcard_constraints:
     seed=r"\d+",
     i=r"\d+",
     j=r"\d+",
-    package=r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*",  # no "/" and no "..": stays in resources/wheels
+    package=r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*",  # one path component, never "..": stays in resources/wheels
     pair="|".join(PAIRS) or "(?!)",
     group="|".join(REGION_GROUPS) or "(?!)",
     init="centroid|pretrained",

@@ -34,7 +34,7 @@ def label_names(frames: Mapping[str, pd.DataFrame], labels: Sequence | None, dro
     seen -= {str(d) for d in drop} | {""}
     values = sorted(seen)
     # integer labels sort numerically so that id i keeps meaning raw label i
-    if values and all(v.lstrip("-").isdigit() for v in values):
+    if values and all(_is_integer(v) for v in values):
         values = sorted(values, key=int)
     return values
 
@@ -127,8 +127,7 @@ def normalise(frames: Mapping[str, pd.DataFrame], spec: Mapping, name: str) -> t
         for col in ("text", "text_pair"):
             if col in frame.columns:
                 # a null text is empty, not the string "None" or "nan"
-                frame[col] = frame[col].map(lambda v: "" if _missing(v) else str(v))
-                frame[col] = frame[col].str.strip()
+                frame[col] = frame[col].map(lambda v: "" if _missing(v) else str(v).strip())
         mask = frame["text"].str.len() > 0
         if "text_pair" in frame.columns:
             mask &= frame["text_pair"].str.len() > 0
@@ -141,13 +140,13 @@ def normalise(frames: Mapping[str, pd.DataFrame], spec: Mapping, name: str) -> t
     names = label_names(cleaned, spec.get("labels"), drop)
     if len(names) < 2:
         raise InputError(f"dataset {name}: needs at least two labels, found {names}")
+    both = sorted({str(d) for d in drop} & set(names))
+    if both:
+        raise InputError(f"dataset {name}: label(s) {both} are both in `labels` and in `drop_labels`")
     label_dropped = 0
     for split in list(cleaned):
         cleaned[split], n = map_labels(cleaned[split], names, drop, f"dataset {name}, split {split}")
         label_dropped += n
-    both = sorted({str(d) for d in drop} & set(names))
-    if both:
-        raise InputError(f"dataset {name}: label(s) {both} are both in `labels` and in `drop_labels`")
     present = set().union(*(set(f["label"]) for f in cleaned.values()))
     absent = [n for i, n in enumerate(names) if i not in present]
     if absent and spec.get("labels_from", "config") == "config":
